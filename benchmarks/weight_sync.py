@@ -6,7 +6,10 @@ parameters bucket by bucket and broadcasts them. `zero_copy`: what WeightSender/
 match: the sender's parameters live in the bucket layout (flat_params.adopt_flat_layout), so buckets go out without
 packing, and each lands in the receiver's staging buffer, ending as named tensor views. `packed`: buckets of small
 tensors are packed (one copy) and every chunk is copied into the receiver model's parameters (one copy): the path
-when the wire dtype differs (fp32 learner -> bf16 generator). Each timed run ends with a 1-element broadcast back
+when the receiver unpacks into a model's own parameters (the vLLM worker path). `cast_bf16`: the sender's fp32
+parameters are cast to bf16 while packing and land in the receiver's bf16 staging buffer (what WeightSender and
+EngineReceiver do for an fp32 learner and a bf16 generator); its baseline is a raw broadcast of a flat bf16 tensor
+of the same number of elements (the same bytes on the wire). Each timed run ends with a 1-element broadcast back
 from rank 1, so both sides are timed end to end.
 Run: `python benchmarks/weight_sync.py [--bucket-mb 16 64 256] [--repeats 5] [--json out.json]`.
 """
@@ -49,13 +52,19 @@ def make_model(layers: int) -> torch.nn.Module:
     return Qwen2ForCausalLM(config)
 
 
-KINDS = ("zero_copy", "packed")
+KINDS = ("zero_copy", "packed", "cast_bf16")
+BASELINE = {"zero_copy": "raw", "packed": "raw", "cast_bf16": "raw_bf16"}  # same bytes on the wire
 
 
-def schedule(bucket_mbs: list[float], repeats: int) -> list[tuple[str, float]]:
-    """The run order both ranks follow: raw and bucketed runs interleaved (the first round is the warm-up)."""
-    one = [("raw", 0.0)] + [(kind, mb) for mb in bucket_mbs for kind in KINDS]
-    return one * (repeats + 1)
+def schedule(bucket_mbs: list[float], repeats: int) -> list[tuple[str, float, bool]]:
+    """The run order both ranks follow: (kind, bucket MiB, timed). One block per bucket size (the sender adopts
+    that size's flat layout once, as WeightSender does), inside it rounds of raw and bucketed runs interleaved;
+    the first round of a block is the warm-up."""
+    out = []
+    for mb in bucket_mbs:
+        one = ("raw", "zero_copy", "packed", "raw_bf16", "cast_bf16")
+        out += [(kind, mb, r > 0) for r in range(repeats + 1) for kind in one]
+    return out
 
 
 def run(rank: int, address: GroupAddress, store, args) -> dict[tuple[str, float], list[float]]:
@@ -69,22 +78,36 @@ def run(rank: int, address: GroupAddress, store, args) -> dict[tuple[str, float]
     flat = torch.empty(total, dtype=torch.float32)  # the raw baseline: already one flat tensor
     if rank == 0:
         torch.cat([p.detach().reshape(-1) for _, p in named], out=flat)
+    flat_bf16 = flat.to(torch.bfloat16)
     plans = {mb: plan_buckets(specs_of(named), bucket_bytes=int(mb * MIB)) for mb in args.bucket_mb}
     buffers = {mb: new_buffers(plan) for mb, plan in plans.items()}  # what WeightSender keeps across syncs
     staging = {mb: torch.empty(flat_size(plan), dtype=torch.uint8) for mb, plan in plans.items()}
+    bf16 = {
+        mb: plan_buckets(specs_of(named, dtype=torch.bfloat16), bucket_bytes=int(mb * MIB)) for mb in args.bucket_mb
+    }
+    bf16_buffers = {mb: new_buffers(plan) for mb, plan in bf16.items()}
+    bf16_staging = {mb: torch.empty(flat_size(plan), dtype=torch.uint8) for mb, plan in bf16.items()}
     done = torch.zeros(1)
     data = {n: p.data for n, p in named}  # the receiver model's parameters (packed kind: chunks land in them)
     layout_of = None  # the sender's parameters live in this bucket size's layout (WeightSender.make_plan)
 
     times: dict[tuple[str, float], list[float]] = {}
-    for i, (kind, mb) in enumerate(schedule(args.bucket_mb, args.repeats)):
-        if rank == 0 and kind == "zero_copy" and layout_of != mb:  # untimed, once per bucket size and round
+    for kind, mb, timed in schedule(args.bucket_mb, args.repeats):
+        if rank == 0 and layout_of != mb:  # untimed, once per bucket size
             sender_flat = adopt_flat_layout(model, plans[mb])
             layout_of = mb
         group.barrier()
         t0 = time.perf_counter()
         if kind == "raw":
             group.broadcast(flat, src=0, what="raw broadcast")
+        elif kind == "raw_bf16":
+            group.broadcast(flat_bf16, src=0, what="raw bf16 broadcast")
+        elif kind == "cast_bf16":
+            if rank == 0:  # the fp32 parameters (outside the fp32 flat layout) cast into bf16 buckets
+                send_weights(bf16[mb], group, lambda n: params[n], buffers=bf16_buffers[mb])
+            else:
+                receive_flat(bf16[mb], group, bf16_staging[mb])
+                flat_views(bf16[mb], bf16_staging[mb])
         elif kind == "zero_copy":
             if rank == 0:
                 send_flat(plans[mb], group, sender_flat)
@@ -96,7 +119,7 @@ def run(rank: int, address: GroupAddress, store, args) -> dict[tuple[str, float]
         else:
             receive_weights(plans[mb], group, lambda _: None, dest=data.get, buffers=buffers[mb])
         group.broadcast(done, src=1, what="done")
-        if i >= 1 + len(KINDS) * len(args.bucket_mb):  # past the warm-up round
+        if timed:
             times.setdefault((kind, mb), []).append(time.perf_counter() - t0)
     group.destroy()
     return times
@@ -105,7 +128,7 @@ def run(rank: int, address: GroupAddress, store, args) -> dict[tuple[str, float]
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--bucket-mb", type=float, nargs="+", default=[16.0, 64.0, 256.0])
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--layers", type=int, default=12)
     p.add_argument("--role", default="sender", help=argparse_hidden())
     p.add_argument("--port", type=int, default=0)
@@ -124,16 +147,19 @@ def main() -> None:
     if receiver.wait(timeout=600) != 0:
         raise RuntimeError(f"the receiver process failed with exit code {receiver.returncode}")
     nbytes = sum(p.numel() * 4 for p in make_model(args.layers).parameters())
-    raw_t = times[("raw", 0.0)]
-    raw = nbytes / statistics.median(raw_t) / 1e9
-    results = [Result("raw_broadcast_flat_fp32", raw, "GB/s", None, None, "baseline")]
+    wire = {"raw": nbytes, "raw_bf16": nbytes // 2}
+    results = []
     for mb in args.bucket_mb:
+        for base in ("raw", "raw_bf16"):
+            rate = wire[base] / statistics.median(times[(base, mb)]) / 1e9
+            results.append(Result(f"{base}_broadcast_flat_{mb:g}MiB_block", rate, "GB/s", None, None, "baseline"))
         for kind in KINDS:
-            t = times[(kind, mb)]
-            rate = nbytes / statistics.median(t) / 1e9
-            # the ratio pairs each run with the raw run of the same round (seconds apart): load on a shared
+            t, base_t = times[(kind, mb)], times[(BASELINE[kind], mb)]
+            size = wire[BASELINE[kind]]
+            rate, raw = size / statistics.median(t) / 1e9, size / statistics.median(base_t) / 1e9
+            # the ratio pairs each run with the raw run of the same round (a second apart): load on a shared
             # machine changes over minutes, so per-round ratios are steadier than a ratio of medians
-            ratio = statistics.median(r / k for r, k in zip(raw_t, t))
+            ratio = statistics.median(r / k for r, k in zip(base_t, t))
             name = f"bucketed_{mb:g}MiB_{kind}"
             results.append(Result(name, rate, "GB/s", raw, ratio, ">= 0.9 x raw", ratio >= 0.9))
     title = (
