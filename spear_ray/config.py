@@ -150,6 +150,11 @@ class EvalConfig(_Section):
     """Held-out task seeds per evaluation (one rollout each)."""
     temperature: float = Field(0.4, ge=0, le=10)
     """Evaluation sampling temperature (0 = greedy; official validation: 0.4, sampled)."""
+    top_p: float = Field(1.0, gt=0, le=1)
+    """Evaluation nucleus mass (1 = off; the official math validation samples with 0.6). Training keeps
+    rollout.top_p."""
+    top_k: int = Field(-1, ge=-1)
+    """Evaluation top-k (-1 = off)."""
     at_start: bool = True
     """Also evaluate before the first update."""
 

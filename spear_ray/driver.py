@@ -120,6 +120,27 @@ def start_ray(cfg: Config) -> bool:
     return True
 
 
+def episode_settings(cfg: Config, *, max_turns: int, eval: bool) -> EpisodeSettings:
+    """How one episode samples and where it stops: training uses `rollout.*` (T, top_p, top_k); evaluation uses
+    `eval.temperature`, `eval.top_p`, `eval.top_k` with the same budgets and its own sampling seed."""
+    r = cfg.rollout
+    if eval:
+        e = cfg.eval
+        temperature, top_p, top_k, seed = e.temperature, e.top_p, e.top_k, cfg.seed + 1
+    else:
+        temperature, top_p, top_k, seed = r.temperature, r.top_p, r.top_k, cfg.seed
+    return EpisodeSettings(
+        granularity=cfg.resolved_granularity(),
+        max_turns=max_turns,
+        params=SamplingParams(
+            temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=r.max_new_tokens, stop=tuple(r.stop)
+        ),
+        max_prompt_tokens=r.max_prompt_tokens,
+        max_response_tokens=r.max_response_tokens,
+        sample_seed=seed,
+    )
+
+
 # -------------------------------------------------------------------------------------------------------- run
 class Trainer:
     """The asynchronous loop of one run (setup is done; `run` trains until `cfg.steps`)."""
@@ -140,31 +161,8 @@ class Trainer:
         shared = system.eval_env_workers is system.env_workers
         self.eval_envs = self.envs if shared else EnvPool(system.eval_env_workers, cfg.env.envs_per_worker)
         max_turns = cfg.env.max_turns or _env_default_turns(cfg)
-        r = cfg.rollout
-        self.train_settings = EpisodeSettings(
-            granularity=self.granularity,
-            max_turns=max_turns,
-            params=SamplingParams(
-                temperature=r.temperature,
-                top_p=r.top_p,
-                top_k=r.top_k,
-                max_new_tokens=r.max_new_tokens,
-                stop=tuple(r.stop),
-            ),
-            max_prompt_tokens=r.max_prompt_tokens,
-            max_response_tokens=r.max_response_tokens,
-            sample_seed=cfg.seed,
-        )
-        self.eval_settings = EpisodeSettings(
-            granularity=self.granularity,
-            max_turns=max_turns,
-            params=SamplingParams(
-                temperature=cfg.eval.temperature, max_new_tokens=r.max_new_tokens, stop=tuple(r.stop)
-            ),
-            max_prompt_tokens=r.max_prompt_tokens,
-            max_response_tokens=r.max_response_tokens,
-            sample_seed=cfg.seed + 1,
-        )
+        self.train_settings = episode_settings(cfg, max_turns=max_turns, eval=False)
+        self.eval_settings = episode_settings(cfg, max_turns=max_turns, eval=True)
         self.supervisor = Supervisor(system, self.gens)
         self.supervisor.version = state.step
 

@@ -109,6 +109,8 @@ def test_defaults_are_the_cpu_spear_run():
         ("env.name=nope", ["env.name='nope'", "unknown env"]),
         ("learner.backend=nccl", ["learner.backend='nccl'", "num_gpus_per_rank"]),
         ("model.tiny.num_heads=3", ["model.tiny.num_heads=3", "must divide"]),
+        ("eval.top_p=0", ["eval.top_p", "greater than 0"]),
+        ("eval.top_k=-2", ["eval.top_k", "greater than or equal to -1"]),
     ],
 )
 def test_bad_values_name_key_value_and_fix(override, needles):

@@ -152,6 +152,7 @@ MATH_COMMON: dict[str, Any] = {
     "learner.mini_batch_size": 1024,  # 64 prompts x 16
     "eval.every": 5,
     "eval.temperature": 1.0,
+    "eval.top_p": 0.6,  # val T=1.0, top_p=0.6 (10.4)
     "model.dtype": "bfloat16",
     "generator.backend": "vllm",
     "algo.entropy_coef": 0.0,
