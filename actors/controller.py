@@ -167,6 +167,17 @@ def _wait_placement_group(pg: Any, *, what: str, bundles: list[dict], timeout_s:
 REPLAY_CPUS = 0.1
 
 
+def eval_set_options(cfg: Config) -> dict[str, dict[str, Any]]:
+    """The evaluation sets that get env workers of their own, name -> env options: "" (metrics eval/*) when
+    env.eval_options is set (else the default evaluation shares the training workers), then every env.eval_sets
+    entry, each merged over env.options and env.eval_options."""
+    e = cfg.env
+    sets = {"": {**e.options, **e.eval_options}} if e.eval_options else {}
+    for name, options in e.eval_sets.items():
+        sets[name] = {**e.options, **e.eval_options, **options}
+    return sets
+
+
 def required_resources(cfg: Config, *, training: bool = True) -> dict[str, dict[str, float]]:
     """CPU/GPU the run's actors ask Ray for, per part (what `check_resources` compares with the cluster)."""
     g, e, lr = cfg.generator, cfg.env, cfg.learner
@@ -175,8 +186,8 @@ def required_resources(cfg: Config, *, training: bool = True) -> dict[str, dict[
             "CPU": g.num_workers * g.num_cpus,
             "GPU": g.num_workers * g.num_gpus,
         },
-        "env workers (env.num_workers x env.num_cpus_per_worker)": {
-            "CPU": (e.num_workers + (1 if e.eval_options else 0)) * e.num_cpus_per_worker,
+        "env workers ((env.num_workers + env.eval_num_workers per own eval set) x env.num_cpus_per_worker)": {
+            "CPU": (e.num_workers + len(eval_set_options(cfg)) * e.eval_num_workers) * e.num_cpus_per_worker,
             "GPU": 0.0,
         },
     }
@@ -218,6 +229,12 @@ class System:
     weight_sync: WeightSync | None
     in_process: bool
     placement_groups: list[Any] = field(default_factory=list)
+    eval_sets: dict[str, list[Any]] = field(default_factory=dict)  # env.eval_sets name -> its env workers
+
+    def all_env_workers(self) -> list[Any]:
+        """Every env worker once (the default evaluation may share the training workers)."""
+        everyone = self.env_workers + self.eval_env_workers + [w for ws in self.eval_sets.values() for w in ws]
+        return list({id(w): w for w in everyone}.values())
 
     @classmethod
     def build(
@@ -249,11 +266,10 @@ class System:
             env_workers = [
                 EnvWorker(e.name, options=e.options, worker_index=i, **env_kwargs) for i in range(e.num_workers)
             ]
-            eval_workers = (
-                [EnvWorker(e.name, options={**e.options, **e.eval_options}, worker_index=0, **env_kwargs)]
-                if e.eval_options
-                else env_workers
-            )
+            own = {
+                name: [EnvWorker(e.name, options=opts, worker_index=i, **env_kwargs) for i in range(e.eval_num_workers)]
+                for name, opts in eval_set_options(cfg).items()
+            }
         else:
             bundle = {"CPU": g.num_cpus, **({"GPU": g.num_gpus} if g.num_gpus else {}), **g.resources}
             bundles = [dict(bundle) for _ in range(g.num_workers)]
@@ -277,19 +293,21 @@ class System:
                 )
             common = dict(num_cpus=e.num_cpus_per_worker, max_restarts=e.max_restarts, **env_kwargs)
             env_workers = create_env_workers(e.num_workers, name=e.name, options=e.options, **common)
-            eval_workers = (
-                create_env_workers(
-                    1, name=e.name, options={**e.options, **e.eval_options}, actor_name_prefix="eval-env", **common
+            own = {
+                name: create_env_workers(
+                    e.eval_num_workers,
+                    name=e.name,
+                    options=opts,
+                    actor_name_prefix=f"eval-{name}-env" if name else "eval-env",
+                    **common,
                 )
-                if e.eval_options
-                else env_workers
-            )
-            wait_env_workers_ready(
-                list({id(w): w for w in env_workers + eval_workers}.values()), timeout_s=start_timeout_s
-            )
+                for name, opts in eval_set_options(cfg).items()
+            }
+            wait_env_workers_ready(env_workers + [w for ws in own.values() for w in ws], timeout_s=start_timeout_s)
             ray.get([gen.health.remote() for gen in generators], timeout=start_timeout_s)
+        eval_workers = own.pop("", env_workers)
         if not training:
-            return cls(cfg, generators, names, env_workers, eval_workers, None, None, None, in_process, pgs)
+            return cls(cfg, generators, names, env_workers, eval_workers, None, None, None, in_process, pgs, own)
         learner = LearnerGroup.from_config(
             model_path, cfg, num_workers=0 if in_process else None, timeout_s=start_timeout_s
         )
@@ -312,7 +330,9 @@ class System:
                 device="cuda" if cfg.learner.num_gpus_per_rank > 0 else "cpu",
             )
             weight_sync.setup()
-        return cls(cfg, generators, names, env_workers, eval_workers, learner, replay, weight_sync, in_process, pgs)
+        return cls(
+            cfg, generators, names, env_workers, eval_workers, learner, replay, weight_sync, in_process, pgs, own
+        )
 
     # ------------------------------------------------------------------------------------------------ weights
     async def sync_weights(self, version: int) -> dict[str, float]:
@@ -333,19 +353,14 @@ class System:
             steps.append(self.weight_sync.close)
         if self.learner is not None:
             steps.append(self.learner.close)
-        for w in {id(w): w for w in self.env_workers + self.eval_env_workers}.values():
+        for w in self.all_env_workers():
             steps.append(
                 lambda w=w: (
                     w.close() if not isinstance(w, ray.actor.ActorHandle) else ray.get(w.close.remote(), timeout=30)
                 )
             )
         if not self.in_process:
-            for a in [
-                *self.generators,
-                *self.env_workers,
-                *self.eval_env_workers,
-                *([self.replay] if self.replay is not None else []),
-            ]:
+            for a in [*self.generators, *self.all_env_workers(), *([self.replay] if self.replay is not None else [])]:
                 steps.append(lambda a=a: ray.kill(a, no_restart=True))
             for pg in self.placement_groups:
                 steps.append(lambda pg=pg: remove_placement_group(pg))

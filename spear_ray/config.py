@@ -10,6 +10,7 @@ A bad key or value fails here, before anything starts, with a message naming the
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -92,7 +93,13 @@ class EnvConfig(_Section):
     options: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments of the env class (e.g. {dim_room: [6, 6], num_boxes: 1})."""
     eval_options: dict[str, Any] = Field(default_factory=dict)
-    """Options merged over env.options for evaluation envs (e.g. {split: valid_seen})."""
+    """Options merged over env.options for evaluation envs (e.g. {split: valid_seen}); metrics eval/*. Empty:
+    evaluation runs on the training env workers."""
+    eval_sets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """More evaluation sets, evaluated at the same steps with eval.num_tasks seeds each: name -> options merged over
+    env.options and env.eval_options (e.g. {aime25: {data: yentinglin/aime_2025}}); metrics eval_<name>/*."""
+    eval_num_workers: int = Field(1, ge=1, le=10_000)
+    """Env workers of each evaluation set that has its own options (env.eval_options, each env.eval_sets entry)."""
     granularity: Literal["auto", "step", "trajectory"] = "auto"
     """Sample granularity (SPEAR_SPEC D1); 'auto' takes the env class's own."""
     max_turns: int | None = Field(None, ge=1, le=1000)
@@ -508,6 +515,14 @@ def _check(cfg: Config) -> None:
         gran = cfg.resolved_granularity()
     except (KeyError, ImportError, TypeError, ValueError) as e:
         _fail("env.name", cfg.env.name, f"cannot be resolved: {e}", "use a registered env name or 'pkg.module:Class'")
+    for name in cfg.env.eval_sets:
+        if not re.fullmatch(r"[a-z0-9_]+", name):
+            _fail(
+                "env.eval_sets",
+                name,
+                "is not a usable set name (it becomes the metric prefix eval_<name>/)",
+                "use lower-case letters, digits and underscores",
+            )
     if cfg.algo.adv_estimator == "gigpo" and gran != "step":
         _fail(
             "algo.adv_estimator",

@@ -159,7 +159,11 @@ class Trainer:
         self.gens = GeneratorPool(system.generators, system.generator_names)
         self.envs = EnvPool(system.env_workers, cfg.env.envs_per_worker)
         shared = system.eval_env_workers is system.env_workers
-        self.eval_envs = self.envs if shared else EnvPool(system.eval_env_workers, cfg.env.envs_per_worker)
+        eval_envs = self.envs if shared else EnvPool(system.eval_env_workers, cfg.env.envs_per_worker)
+        # metric prefix -> the env workers of that evaluation set (env.eval_options, then env.eval_sets)
+        self.eval_pools = {"eval": eval_envs}
+        for name, workers in system.eval_sets.items():
+            self.eval_pools[f"eval_{name}"] = EnvPool(workers, cfg.env.envs_per_worker)
         max_turns = cfg.env.max_turns or _env_default_turns(cfg)
         self.train_settings = episode_settings(cfg, max_turns=max_turns, eval=False)
         self.eval_settings = episode_settings(cfg, max_turns=max_turns, eval=True)
@@ -205,22 +209,32 @@ class Trainer:
         )
 
     async def evaluate(self, step: int) -> dict[str, float]:
-        """One rollout per held-out task seed at the evaluation temperature, with the weights of `step`."""
-        e = self.cfg.eval
-        trajs = await asyncio.gather(
-            *(
-                self._episode(
-                    self.eval_envs,
-                    self.eval_settings,
-                    group_id=-1 - i,
-                    traj_id=-1 - i,
-                    seed=self.cfg.env.seed_offset_eval + i,
-                    eval=True,
+        """One rollout per held-out task seed at the evaluation sampling settings, with the weights of `step`, on
+        every evaluation set at once (eval/* and one eval_<name>/* per env.eval_sets entry)."""
+        n = self.cfg.eval.num_tasks
+
+        async def one_set(pool: EnvPool) -> list[Trajectory]:
+            return list(
+                await asyncio.gather(
+                    *(
+                        self._episode(
+                            pool,
+                            self.eval_settings,
+                            group_id=-1 - i,
+                            traj_id=-1 - i,
+                            seed=self.cfg.env.seed_offset_eval + i,
+                            eval=True,
+                        )
+                        for i in range(n)
+                    )
                 )
-                for i in range(e.num_tasks)
             )
-        )
-        return {f"eval/{k}": v for k, v in episode_stats(list(trajs)).items()}
+
+        results = await asyncio.gather(*(one_set(pool) for pool in self.eval_pools.values()))
+        metrics: dict[str, float] = {}
+        for prefix, trajs in zip(self.eval_pools, results):
+            metrics.update({f"{prefix}/{k}": v for k, v in episode_stats(trajs).items()})
+        return metrics
 
     # ------------------------------------------------------------------------------------------ one step
     async def learner_step(self, step: int, groups: list[list[Trajectory]], metrics: dict[str, float]) -> list[int]:

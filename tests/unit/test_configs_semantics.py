@@ -143,6 +143,7 @@ MATH_COMMON: dict[str, Any] = {
     "env.name": "math",
     "env.options.data": "BytedTsinghua-SIA/DAPO-Math-17k",
     "env.eval_options.data": "Maxwell-Jia/AIME_2024",
+    "env.eval_sets.aime25.data": "yentinglin/aime_2025",  # 10.4: AIME 2024 and AIME 2025
     "env.max_turns": 8,
     "env.group_size": 16,
     "env.groups_per_step": 128,
