@@ -229,6 +229,10 @@ class ToolBonusConfig(_Section):
     """Bonus per tool call (agent envs: per env step)."""
     cap: float = Field(1.0, ge=0)
     """Bonus cap per episode."""
+    on_success: Literal["scaled", "flat"] = "scaled"
+    """Bonus of an episode whose env reward is > 0: 'scaled' = min(cap, per_call x calls) x d(t), as every other
+    episode (agent envs, the Qwen2.5 math reward); 'flat' = 1[calls > 0] x d(t) (the official Qwen3 math reward,
+    SPEAR_SPEC 10.3)."""
 
 
 class FilterConfig(_Section):

@@ -2,7 +2,7 @@
 like the algorithm and calling every formula by name from `spear_ray.algo`.
 
     returns   = discounted_returns(...)                      (GiGPO step returns, before any filter)
-    rm        = R + tool_call_bonus(t, calls)                (reward before the penalty, 3.2)
+    rm        = R + tool_call_bonus(t, calls)                (reward before the penalty, 3.2; 10.3 Qwen3 form)
     kept      = low_variance_group_filter(rm, ...)           (6.6)
     flags     = overlong | void | repetitive | unreadable    (6.5; flagged samples get advantage 0)
     score     = rm - penalty * (1 - valid)                   (3.3)
@@ -72,16 +72,15 @@ def prepare_on_policy(
         discounted_returns(column_tensor(samples, "env_reward", np.float64), traj, gamma=algo.gamma) if gigpo else None
     )
 
-    bonus = tool_call_bonus(
-        step,
-        column_tensor(samples, "num_tool_calls", np.int64),
-        mode=algo.tool_bonus.mode,
-        decay_steps=algo.tool_bonus.decay_steps,
-        per_call=algo.tool_bonus.per_call,
-        cap=algo.tool_bonus.cap,
-        dtype=torch.float64,
-    )
-    rm = column_tensor(samples, "episode_reward", np.float64) + bonus
+    tb = algo.tool_bonus
+    calls = column_tensor(samples, "num_tool_calls", np.int64)
+    reward = column_tensor(samples, "episode_reward", np.float64)
+    schedule = dict(mode=tb.mode, decay_steps=tb.decay_steps, dtype=torch.float64)
+    bonus = tool_call_bonus(step, calls, per_call=tb.per_call, cap=tb.cap, **schedule)
+    if tb.on_success == "flat":  # the Qwen3 math reward (10.3): a correct answer gets 1[c > 0] d(t)
+        flat = tool_call_bonus(step, (calls > 0).long(), per_call=1.0, cap=1.0, **schedule)
+        bonus = torch.where(reward > 0, flat, bonus)
+    rm = reward + bonus
 
     kept = low_variance_group_filter(
         rm,

@@ -81,6 +81,7 @@ AGENT_COMMON: dict[str, Any] = {
     "algo.replay_clip_cov.lb": 2.0,
     "algo.replay_clip_cov.ub": 60.0,
     "algo.tool_bonus.decay_steps": 200,
+    "algo.tool_bonus.on_success": "scaled",  # agent bonus: min(1, 0.1 x length) d(t) for every episode (3.2)
     "algo.sil.warmup_steps": 200,
     "algo.sil.buffer_size": 2048,
     "algo.sil.tolerate_steps": 5,
@@ -174,6 +175,7 @@ MATH_COMMON: dict[str, Any] = {
     "algo.tool_bonus.decay_steps": 200,
     "algo.tool_bonus.per_call": 0.1,
     "algo.tool_bonus.cap": 1.0,
+    "algo.tool_bonus.on_success": "flat",  # the qwen3 reward (10.3)
 }
 
 

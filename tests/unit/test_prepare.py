@@ -1,6 +1,8 @@
 """The data half of a learner step end to end: trajectories -> samples -> scores, filters, advantages, checked
 against SPEAR_SPEC section 15 (E3, E4) and the filter rules of 6.5-6.6."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -122,3 +124,38 @@ def test_group_filter_keeps_varied_groups_then_a_power_of_two():
 def test_empty_batch():
     out = run([], algo("spear_grpo"))
     assert out.samples.num_rows == 0
+
+
+@pytest.mark.parametrize("on_success, variant", [("flat", "qwen3"), ("scaled", "qwen2")])
+def test_math_tool_bonus_forms_match_the_official_rewards(on_success, variant):
+    """10.3: `flat` is the Qwen3 reward (a correct answer gets 1[c > 0] d(t)), `scaled` the Qwen2.5 one (c d(t) for
+    every answer); both equal algo.scores.math_scores on strict-box scores, through the whole pipeline."""
+    from spear_ray.algo.scores import math_scores
+
+    cases = [(1.0, 3), (1.0, 0), (-1.0, 2), (-1.0, 0), (1.0, 12)]  # (strict-box score, tool-calling turns)
+
+    def episode(i, base, calls):
+        """`calls` tool-calling turns with reward 0, then the answer turn with the score (no call)."""
+        turns = [replace(turn(0.0, n=2), tool_calls=1) for _ in range(calls)] + [replace(turn(base, n=2), tool_calls=0)]
+        return Trajectory(group_id=0, traj_id=i, task_seed=0, granularity="trajectory", success=base > 0, turns=turns)
+
+    trajs = [episode(i, base, calls) for i, (base, calls) in enumerate(cases)]
+    assert [t.num_tool_calls for t in trajs] == [c for _, c in cases]
+    cfg = algo(
+        "spear_grpo",
+        filters={"group_filter_ratio": 1.0},
+        invalid_action_penalty=0.0,
+        tool_bonus={"on_success": on_success},
+    )
+    step = 50
+    out = run(trajs, cfg, step=step)
+    want = math_scores(
+        torch.tensor([b for b, _ in cases], dtype=torch.float64),
+        torch.tensor([c for _, c in cases]),
+        step=step,
+        variant=variant,
+    )
+    assert out.samples.column("score").to_pylist() == pytest.approx(want.tolist(), abs=1e-6)
+    d = 0.8535534
+    if on_success == "flat":
+        assert out.samples.column("score").to_pylist() == pytest.approx([1 + d, 1, -1 + 0.2 * d, -1, 1 + d], abs=1e-6)
