@@ -361,7 +361,12 @@ class LearnerConfig(_Section):
     mini_batch_size: int = Field(256, ge=1)
     """Samples per optimizer step, over all ranks (ppo_mini_batch_size)."""
     micro_batch_size: int = Field(16, ge=1)
-    """Samples per forward/backward on one rank."""
+    """Samples per forward/backward on one rank (unless max_tokens_per_micro_batch is set)."""
+    max_tokens_per_micro_batch: int | None = Field(None, ge=1)
+    """Dynamic micro-batches (verl's use_dynamic_bsz + ppo_max_token_len_per_gpu): each rank packs its rows, longest
+    first, into micro-batches whose padded size (rows x (longest prompt + longest response)) stays within this many
+    tokens, instead of micro_batch_size rows; the pi_old recompute packs the same way. Must hold the longest possible
+    sample. None = fixed micro_batch_size."""
     ppo_epochs: int = Field(1, ge=1, le=100)
     """Passes over each on-policy batch."""
 
@@ -526,6 +531,19 @@ def _check(cfg: Config) -> None:
                 name,
                 "is not a usable set name (it becomes the metric prefix eval_<name>/)",
                 "use lower-case letters, digits and underscores",
+            )
+    budget = learner.max_tokens_per_micro_batch
+    if budget is not None:
+        r = cfg.rollout
+        longest = r.max_prompt_tokens + (r.max_new_tokens if gran == "step" else r.max_response_tokens)
+        if budget < longest:
+            _fail(
+                "learner.max_tokens_per_micro_batch",
+                budget,
+                f"is below the longest possible sample, {longest} tokens (rollout.max_prompt_tokens + "
+                + ("rollout.max_new_tokens" if gran == "step" else "rollout.max_response_tokens")
+                + ")",
+                f"raise it to >= {longest}",
             )
     if cfg.algo.adv_estimator == "gigpo" and gran != "step":
         _fail(

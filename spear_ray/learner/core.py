@@ -9,8 +9,11 @@ Sharding: every rank gets the whole batch and keeps, of each mini-batch of M row
 `shard_rows(M, rank, W)` (the first M mod W ranks take one row more). Each micro-batch loss is scaled by
 B_micro * W / M, so after DDP/FSDP gradient averaging the gradient equals the full mini-batch's whatever the shard
 and micro-batch sizes (exact for the per-sample aggregations; `token-mean` is per micro-batch, as in verl, SPEC 5.5).
-Every rank runs the same number of forward/backward passes per mini-batch (`micro_batches_per_rank`): a rank with
-fewer rows pads with zero-weighted one-row passes, so FSDP's per-forward collectives stay aligned.
+Micro-batches are `learner.micro_batch_size` consecutive rows, or, with `learner.max_tokens_per_micro_batch`,
+token-budget packs (`token_budget_micro_batches`, verl's dynamic batch size). Every rank runs the same number of
+forward/backward passes per mini-batch (the busiest rank's; every rank holds the whole batch, so each computes every
+rank's plan): a rank with fewer micro-batches pads with zero-weighted one-row passes, so FSDP's per-forward
+collectives stay aligned.
 
 Departures (numbered, SPEAR_SPEC Part A D3):
 1. A short last mini-batch is scaled by its own size (official SIL divides it by the full GA).
@@ -36,9 +39,19 @@ from spear_ray.data.types import TrainBatch
 from spear_ray.generation.logprobs import teacher_forced_logprobs
 from spear_ray.learner.checkpoint import load_checkpoint, save_checkpoint
 from spear_ray.learner.logprobs import forward_response
-from spear_ray.learner.sharding import Meter, micro_batches_per_rank, micro_loss_scale, shard_rows, step_seed
+from spear_ray.learner.sharding import (
+    Meter,
+    micro_loss_scale,
+    row_lengths,
+    shard_rows,
+    step_seed,
+    token_budget_micro_batches,
+)
 from spear_ray.models.loading import AttnImplementation, Dtype, load_model
 from spear_ray.weights.buckets import TensorSpec, specs_of
+
+# (this rank's shard or None, micro-batch plan, passes on every rank, one-row dummy, rows M of the mini-batch)
+MiniBatch = tuple[TrainBatch | None, list[list[int]], int, TrainBatch, int]
 
 
 def resolve_is_cap(algo: AlgoConfig, *, max_staleness: int) -> float | None:
@@ -157,26 +170,40 @@ class LearnerCore:
     # --------------------------------------------------------------------------------------------- log-probs
 
     @torch.no_grad()
-    def _logprobs(self, batch: TrainBatch, *, passes: int, dummy: TrainBatch) -> torch.Tensor:
-        """(B, R) float32 CPU log-probs of `batch` (0 off the loss mask) in `passes` >= needed forward passes."""
-        mbs = self.learner.micro_batch_size
+    def _logprobs(self, batch: TrainBatch, *, plan: list[list[int]], passes: int, dummy: TrainBatch) -> torch.Tensor:
+        """(B, R) float32 CPU log-probs of `batch` (0 off the loss mask), micro-batch by micro-batch of `plan`
+        (positions into `batch`), in `passes` >= len(plan) forward passes."""
         out = torch.zeros(batch.batch_size, batch.response_width, dtype=torch.float32)
-        starts = list(range(0, batch.batch_size, mbs))
         was_training = self.model.training
         self.model.eval()
         try:
-            for j in range(max(passes, len(starts))):
-                if j >= len(starts):  # keep FSDP's per-forward all-gathers aligned with the busiest rank
+            for j in range(max(passes, len(plan))):
+                if j >= len(plan):  # keep FSDP's per-forward all-gathers aligned with the busiest rank
                     forward_response(self.module, dummy, temperature=self.temperature)
                     continue
-                micro = batch.select(slice(starts[j], starts[j] + mbs))
+                index = torch.as_tensor(plan[j], dtype=torch.long)
+                micro = batch.select(index)
                 trimmed = micro.trim()
                 lp = forward_response(self.module, trimmed, temperature=self.temperature).logprobs.float().cpu()
                 w = trimmed.response_width
-                out[starts[j] : starts[j] + micro.batch_size, :w] = torch.where(micro.loss_mask[:, :w], lp, 0.0)
+                out[index, :w] = torch.where(micro.loss_mask[:, :w], lp, 0.0)
         finally:
             self.model.train(was_training)
         return out
+
+    def _plan(self, lengths: tuple[torch.Tensor, torch.Tensor], rows: list[int]) -> list[list[int]]:
+        """The micro-batches of `rows` (indices into the batch `lengths` describes) as positions into `rows`:
+        consecutive chunks of learner.micro_batch_size, or token-budget packs (learner.max_tokens_per_micro_batch)."""
+        budget = self.learner.max_tokens_per_micro_batch
+        if budget is None:
+            mbs = self.learner.micro_batch_size
+            return [list(range(s, min(s + mbs, len(rows)))) for s in range(0, len(rows), mbs)]
+        index = torch.as_tensor(rows, dtype=torch.long)
+        return token_budget_micro_batches(lengths[0][index], lengths[1][index], max_tokens=budget)
+
+    def _passes(self, lengths: tuple[torch.Tensor, torch.Tensor], rows_of_ranks: list[list[int]]) -> int:
+        """Passes every rank runs over its share: the busiest rank's micro-batch count, at least 1."""
+        return max(1, max(len(self._plan(lengths, rows)) for rows in rows_of_ranks))
 
     def compute_logprobs(self, batch: TrainBatch) -> torch.Tensor:
         """Log-probs of this rank's rows `shard_rows(B, rank, W)` of `batch` (every rank gets the whole batch; the
@@ -187,11 +214,16 @@ class LearnerCore:
         """
         if batch.batch_size == 0:
             raise ValueError("compute_logprobs: the batch is empty")
-        rows = shard_rows(batch.batch_size, rank=self.rank, world_size=self.world_size)
-        passes = micro_batches_per_rank(
-            batch.batch_size, world_size=self.world_size, micro_batch_size=self.learner.micro_batch_size
+        lengths = row_lengths(batch.attention_mask, batch.prompt_width)
+        shards = [shard_rows(batch.batch_size, rank=r, world_size=self.world_size) for r in range(self.world_size)]
+        rows_of_ranks = [list(range(s.start, s.stop)) for s in shards]
+        rows = rows_of_ranks[self.rank]
+        return self._logprobs(
+            batch.select(rows),
+            plan=self._plan(lengths, rows),
+            passes=self._passes(lengths, rows_of_ranks),
+            dummy=batch.select([0]).trim(),
         )
-        return self._logprobs(batch.select(rows), passes=passes, dummy=batch.select([0]).trim())
 
     def probe_logprobs(
         self, prompt_ids: list[int], response_ids: list[int], *, temperature: float | None = None
@@ -211,29 +243,21 @@ class LearnerCore:
 
     # --------------------------------------------------------------------------------------------- train step
 
-    def _local_rows(self, batch_size: int) -> tuple[list[int], list[tuple[int, int, int, int]]]:
-        """This rank's row indices (batch order) and per mini-batch (local start, local stop, M, first row)."""
+    def _local_rows(
+        self, batch_size: int, rank: int | None = None
+    ) -> tuple[list[int], list[tuple[int, int, int, int]]]:
+        """A rank's (default: this one's) row indices (batch order) and per mini-batch (local start, local stop, M,
+        first row)."""
+        rank = self.rank if rank is None else rank
         mini = self.learner.mini_batch_size
         rows: list[int] = []
         parts = []
         for s in range(0, batch_size, mini):
             m = min(mini, batch_size - s)
-            r = shard_rows(m, rank=self.rank, world_size=self.world_size)
+            r = shard_rows(m, rank=rank, world_size=self.world_size)
             parts.append((len(rows), len(rows) + (r.stop - r.start), m, s))
             rows.extend(range(s + r.start, s + r.stop))
         return rows, parts
-
-    def _logprob_passes(self, batch_size: int) -> int:
-        """Forward passes of the pi_old recompute on the busiest rank (all ranks run this many)."""
-        mini, mbs = self.learner.mini_batch_size, self.learner.micro_batch_size
-        busiest = 0
-        for r in range(self.world_size):
-            total = 0
-            for s in range(0, batch_size, mini):
-                sl = shard_rows(min(mini, batch_size - s), rank=r, world_size=self.world_size)
-                total += sl.stop - sl.start
-            busiest = max(busiest, total)
-        return max(1, -(-busiest // mbs))
 
     def _loss_options(self, *, replay: bool) -> dict:
         a = self.algo
@@ -289,6 +313,8 @@ class LearnerCore:
         self,
         shard: TrainBatch | None,
         *,
+        plan: list[list[int]],
+        passes: int,
         dummy: TrainBatch,
         mini_rows: int,
         replay: bool,
@@ -297,10 +323,9 @@ class LearnerCore:
         norm_length: int,
         meter: Meter,
     ) -> None:
-        """Accumulate the gradient of one mini-batch (this rank's `shard` of its `mini_rows` rows) into `.grad`."""
-        mbs = self.learner.micro_batch_size
-        passes = micro_batches_per_rank(mini_rows, world_size=self.world_size, micro_batch_size=mbs)
-        micros = shard.split(mbs) if shard is not None else []
+        """Accumulate the gradient of one mini-batch (this rank's `shard` of its `mini_rows` rows, micro-batches
+        `plan`, in `passes` passes) into `.grad`."""
+        micros = [shard.select(pos).trim() for pos in plan] if shard is not None else []
         for j in range(passes):
             with self._grad_sync(j == passes - 1):
                 if j < len(micros):
@@ -329,7 +354,7 @@ class LearnerCore:
 
     def _update(
         self,
-        minis: list[tuple[TrainBatch | None, TrainBatch, int]],
+        minis: list[MiniBatch],
         *,
         replay: bool,
         weight: float,
@@ -339,10 +364,12 @@ class LearnerCore:
         stats: dict[str, list[float]],
     ) -> None:
         """One optimizer step per mini-batch of `minis` (`_minibatches`), its loss times `weight`."""
-        for shard, dummy, m in minis:
+        for shard, plan, passes, dummy, m in minis:
             self.optimizer.zero_grad(set_to_none=True)
             self._backward(
                 shard,
+                plan=plan,
+                passes=passes,
                 dummy=dummy,
                 mini_rows=m,
                 replay=replay,
@@ -353,17 +380,33 @@ class LearnerCore:
             )
             self._optimizer_step(stats, replay=replay)
 
-    def _minibatches(self, batch: TrainBatch, *, replay: bool) -> list[tuple[TrainBatch | None, TrainBatch, int]]:
-        """(this rank's shard or None, a one-row dummy, M) per mini-batch; on-policy shards get pi_old (D6)."""
-        rows, parts = self._local_rows(batch.batch_size)
+    def _minibatches(self, batch: TrainBatch, *, replay: bool) -> list[MiniBatch]:
+        """(this rank's shard or None, its micro-batch plan, the passes every rank runs, a one-row dummy, M) per
+        mini-batch; on-policy shards get pi_old (D6)."""
+        lengths = row_lengths(batch.attention_mask, batch.prompt_width)
+        ranks = [self._local_rows(batch.batch_size, rank=r) for r in range(self.world_size)]
+        rows, parts = ranks[self.rank]
         local = batch.select(rows)
         if not replay and batch.old_logprobs is None:
             local.old_logprobs = self._logprobs(
-                local, passes=self._logprob_passes(batch.batch_size), dummy=batch.select([0]).trim()
+                local,
+                plan=self._plan(lengths, rows),
+                passes=self._passes(lengths, [r for r, _ in ranks]),
+                dummy=batch.select([0]).trim(),
             )
-        return [
-            (local.select(slice(a, b)) if b > a else None, batch.select([first]).trim(), m) for a, b, m, first in parts
-        ]
+        out = []
+        for k, (a, b, m, first) in enumerate(parts):
+            shares = [r_rows[r_parts[k][0] : r_parts[k][1]] for r_rows, r_parts in ranks]
+            out.append(
+                (
+                    local.select(slice(a, b)) if b > a else None,
+                    self._plan(lengths, rows[a:b]),
+                    self._passes(lengths, shares),
+                    batch.select([first]).trim(),
+                    m,
+                )
+            )
+        return out
 
     def gradients(
         self, batch: TrainBatch, *, replay: bool = False, weight: float = 1.0, step: int = 0
@@ -385,9 +428,11 @@ class LearnerCore:
         gen = torch.Generator().manual_seed(step_seed(self.seed, rank=self.rank, step=step))
         norm_length = self.algo.loss_norm_length or batch.response_width
         self.optimizer.zero_grad(set_to_none=True)
-        for shard, dummy, m in self._minibatches(batch, replay=replay):
+        for shard, plan, passes, dummy, m in self._minibatches(batch, replay=replay):
             self._backward(
                 shard,
+                plan=plan,
+                passes=passes,
                 dummy=dummy,
                 mini_rows=m,
                 replay=replay,

@@ -29,6 +29,60 @@ def micro_batches_per_rank(rows: int, *, world_size: int, micro_batch_size: int)
     return max(1, -(-largest // micro_batch_size))
 
 
+def row_lengths(attention_mask, prompt_width: int):
+    """(prompt tokens, response-block tokens) of every row: the real tokens of a left-padded prompt block and of a
+    right-padded response block (env/tool tokens included: they are in the forward pass).
+
+    Shape:
+        attention_mask (B, P + R) bool -> two (B,) long tensors.
+    """
+    prompt = attention_mask[:, :prompt_width].sum(dim=1)
+    response = attention_mask[:, prompt_width:].sum(dim=1)
+    return prompt, response
+
+
+def token_budget_micro_batches(prompt_lens, response_lens, *, max_tokens: int) -> list[list[int]]:
+    """Rows packed into micro-batches of at most `max_tokens` padded tokens (dynamic batch size).
+
+    A micro-batch is trimmed to its longest prompt and longest response, so its size is rows x (max prompt + max
+    response). Rows are taken longest first (ties in row order) and added to the open micro-batch while it stays
+    within the budget; otherwise a new one opens. Each micro-batch lists its rows in ascending order; together they
+    cover every row once.
+
+    Args:
+        prompt_lens, response_lens: per-row token counts (`row_lengths`), sequences or (B,) tensors.
+        max_tokens: the budget (learner.max_tokens_per_micro_batch).
+
+    Raises:
+        ValueError: a single row is longer than the budget (it would not fit even alone).
+    """
+    p = [int(x) for x in prompt_lens]
+    r = [int(x) for x in response_lens]
+    if len(p) != len(r):
+        raise ValueError(f"prompt_lens ({len(p)}) and response_lens ({len(r)}) must have one entry per row")
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens={max_tokens} must be >= 1")
+    order = sorted(range(len(p)), key=lambda i: -(p[i] + r[i]))
+    out: list[list[int]] = []
+    current: list[int] = []
+    width_p = width_r = 0
+    for i in order:
+        if p[i] + r[i] > max_tokens:
+            raise ValueError(
+                f"learner.max_tokens_per_micro_batch={max_tokens} is below one sample of {p[i] + r[i]} tokens "
+                f"(prompt {p[i]} + response {r[i]}); raise it to at least the longest sample"
+            )
+        wp, wr = max(width_p, p[i]), max(width_r, r[i])
+        if current and (len(current) + 1) * (wp + wr) > max_tokens:
+            out.append(sorted(current))
+            current, wp, wr = [], p[i], r[i]
+        current.append(i)
+        width_p, width_r = wp, wr
+    if current:
+        out.append(sorted(current))
+    return out
+
+
 def micro_loss_scale(micro_rows: int, *, mini_rows: int, world_size: int) -> float:
     """The factor on a micro-batch loss: B_micro * W / M (the mean over ranks then gives B_micro / M)."""
     return micro_rows * world_size / mini_rows
@@ -90,6 +144,8 @@ __all__ = [
     "micro_batches_per_rank",
     "micro_loss_scale",
     "resolve_backend",
+    "row_lengths",
     "shard_rows",
     "step_seed",
+    "token_budget_micro_batches",
 ]

@@ -14,8 +14,9 @@ pytestmark = pytest.mark.ray
 VOCAB = 271
 
 
-def configs(*, ranks=1, strategy="ddp", mini=4, micro=3, mode="clip_cov"):
+def configs(*, ranks=1, strategy="ddp", mini=4, micro=3, mode="clip_cov", max_tokens=None):
     learner = LearnerConfig(
+        max_tokens_per_micro_batch=max_tokens,
         num_ranks=ranks,
         strategy=strategy,
         mini_batch_size=mini,
@@ -105,3 +106,20 @@ def test_resources_that_cannot_exist_are_refused(ray_local, tiny_model_dir):
     learner.num_cpus_per_rank = 64
     with pytest.raises(ValueError, match=r"learner.num_cpus_per_rank=64 = 128 CPU requested, the Ray cluster has 4"):
         LearnerGroup(str(tiny_model_dir), learner=learner, algo=algo, timeout_s=30)
+
+
+def test_two_ranks_with_token_budget_micro_batches_match_one_rank(ray_local, tiny_model_dir, pad_id, local):
+    """Dynamic micro-batches on 2 DDP ranks: the ranks pack different numbers of micro-batches (the short one pads
+    with zero-weighted passes) and the gradient and log-probs are still the one-rank, fixed-size ones."""
+    two = group(tiny_model_dir, workers=2, ranks=2, mini=8, mode="vanilla", max_tokens=24)
+    try:
+        one = group(tiny_model_dir, workers=0, mini=8, mode="vanilla")
+        b7 = random_batch(7, vocab=VOCAB, pad_id=pad_id, seed=4, prompt_len=(2, 12), response_len=(1, 9))
+        assert close(one.gradients(b7), two.gradients(b7), atol=1e-6)
+        batch = random_batch(9, vocab=VOCAB, pad_id=pad_id, seed=6, prompt_len=(2, 12), response_len=(1, 9))
+        assert torch.allclose(two.compute_logprobs(batch), one.compute_logprobs(batch), atol=1e-6)
+        m1, m2 = one.train_step(batch, step=1), two.train_step(batch, step=1)
+        assert m2["loss/tokens"] == m1["loss/tokens"]
+        assert m2["learner/grad_norm"] == pytest.approx(m1["learner/grad_norm"], rel=1e-5)
+    finally:
+        two.close()

@@ -110,6 +110,10 @@ def test_defaults_are_the_cpu_spear_run():
         ("learner.backend=nccl", ["learner.backend='nccl'", "num_gpus_per_rank"]),
         ("model.tiny.num_heads=3", ["model.tiny.num_heads=3", "must divide"]),
         ("eval.top_p=0", ["eval.top_p", "greater than 0"]),
+        (
+            "learner.max_tokens_per_micro_batch=100",
+            ["learner.max_tokens_per_micro_batch=100", "longest possible sample", "raise it to >="],
+        ),
         ("eval.top_k=-2", ["eval.top_k", "greater than or equal to -1"]),
     ],
 )

@@ -152,6 +152,7 @@ MATH_COMMON: dict[str, Any] = {
     "rollout.max_response_tokens": 16384,
     "learner.lr": 1e-6,
     "learner.mini_batch_size": 1024,  # 64 prompts x 16
+    "learner.max_tokens_per_micro_batch": 18432,  # use_dynamic_bsz, ppo_max_token_len_per_gpu (10.4)
     "eval.every": 5,
     "eval.temperature": 1.0,
     "eval.top_p": 0.6,  # val T=1.0, top_p=0.6 (10.4)

@@ -10,7 +10,14 @@ from spear_ray.config import AlgoConfig, LearnerConfig
 from spear_ray.generation.logprobs import teacher_forced_logprobs
 from spear_ray.learner.core import LearnerCore
 from spear_ray.learner.logprobs import forward_response
-from spear_ray.learner.sharding import micro_batches_per_rank, micro_loss_scale, shard_rows, step_seed
+from spear_ray.learner.sharding import (
+    micro_batches_per_rank,
+    micro_loss_scale,
+    row_lengths,
+    shard_rows,
+    step_seed,
+    token_budget_micro_batches,
+)
 from spear_ray.models import load_model, load_tokenizer
 from tests.unit.learner.batches import random_batch
 
@@ -22,8 +29,10 @@ def pad_id(tiny_model_dir):
     return load_tokenizer(tiny_model_dir).pad_token_id
 
 
-def make_core(path, *, mini=8, micro=8, agg="seq-mean-token-mean", mode="vanilla", entropy=0.0, **kw):
-    learner = LearnerConfig(mini_batch_size=mini, micro_batch_size=micro, lr=1e-3)
+def make_core(path, *, mini=8, micro=8, agg="seq-mean-token-mean", mode="vanilla", entropy=0.0, max_tokens=None, **kw):
+    learner = LearnerConfig(
+        mini_batch_size=mini, micro_batch_size=micro, lr=1e-3, max_tokens_per_micro_batch=max_tokens
+    )
     algo = AlgoConfig(preset=None, loss_mode=mode, loss_agg=agg, entropy_coef=entropy, clip_high=0.28)
     return LearnerCore(str(path), learner=learner, algo=algo, temperature=0.9, **kw)
 
@@ -51,6 +60,26 @@ def test_scale_sums_to_one_over_ranks_and_micro_batches():
     assert total == pytest.approx(1.0)
     assert micro_batches_per_rank(7, world_size=2, micro_batch_size=3) == 2
     assert micro_batches_per_rank(1, world_size=4, micro_batch_size=3) == 1
+
+
+def test_token_budget_packs_longest_first_within_the_budget():
+    # rows (prompt, response): totals 7, 12, 5, 9, 3, 12
+    p, r = [3, 10, 2, 4, 1, 2], [4, 2, 3, 5, 2, 10]
+    plan = token_budget_micro_batches(p, r, max_tokens=24)
+    assert sorted(i for mb in plan for i in mb) == list(range(6))
+    for mb in plan:
+        width = max(p[i] for i in mb) + max(r[i] for i in mb)
+        assert len(mb) * width <= 24 and mb == sorted(mb)
+    # longest first (1, 5, 3, 0, 2, 4): rows 1 and 5 would pad to 10 + 10 per row (40), 5 and 3 to 4 + 10 (28);
+    # 3 and 0 fit (2 x 9 = 18), a third row would not (27); 2 and 4 share the last one
+    assert plan == [[1], [5], [0, 3], [2, 4]]
+    assert token_budget_micro_batches(p, r, max_tokens=1000) == [list(range(6))]
+    assert token_budget_micro_batches([], [], max_tokens=5) == []
+
+
+def test_token_budget_refuses_a_row_longer_than_the_budget():
+    with pytest.raises(ValueError, match=r"max_tokens_per_micro_batch=10 is below one sample of 12 tokens"):
+        token_budget_micro_batches([3, 10], [4, 2], max_tokens=10)
 
 
 def test_step_seed_differs_by_rank_and_step():
@@ -103,6 +132,22 @@ def test_micro_batch_gradient_equals_full_batch_gradient(tiny_model_dir, pad_id,
     assert any(float(g.abs().sum()) > 0 for g in full.values())
     for name in full:
         assert torch.allclose(split[name], full[name], atol=1e-6, rtol=1e-4), name
+
+
+@pytest.mark.parametrize("agg", ["seq-mean-token-mean", "seq-mean-token-sum"])
+@pytest.mark.parametrize("max_tokens", [16, 24, 40])
+def test_token_budget_micro_batches_give_the_full_batch_gradient(tiny_model_dir, pad_id, agg, max_tokens):
+    batch = random_batch(7, vocab=VOCAB, pad_id=pad_id, seed=5, prompt_len=(2, 10), response_len=(1, 7))
+    p, r = row_lengths(batch.attention_mask, batch.prompt_width)
+    plan = token_budget_micro_batches(p, r, max_tokens=max_tokens)
+    assert 1 < len(plan) < 7 or max_tokens == 40  # really packed: neither one row each nor (below 40) one pass
+    full = make_core(tiny_model_dir, mini=8, micro=8, agg=agg, entropy=0.01).gradients(batch)
+    dyn = make_core(tiny_model_dir, mini=8, agg=agg, entropy=0.01, max_tokens=max_tokens)
+    split = dyn.gradients(batch)
+    for name in full:
+        assert torch.allclose(split[name], full[name], atol=1e-6, rtol=1e-4), name
+    fixed_lp = make_core(tiny_model_dir, micro=2).compute_logprobs(batch)
+    assert torch.allclose(dyn.compute_logprobs(batch), fixed_lp, atol=1e-6)
 
 
 @pytest.mark.parametrize("micro", [1, 2, 4])
