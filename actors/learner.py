@@ -1,9 +1,10 @@
 """Learner actors: `LearnerWorker` (one rank: a thin adapter around `spear_ray.learner.LearnerCore`) and
-`LearnerGroup` (driver side: starts N ranks, joins them into one torch.distributed group on 127.0.0.1, sends each
+`LearnerGroup` (driver side: starts N ranks, joins them into one torch.distributed group, sends each
 call to every rank and merges the answers). `num_workers=0` builds one plain LearnerWorker in this process, so the
 whole loop can be debugged without Ray workers (DESIGN "LearnerGroup"; STYLE "Thin actors").
 
-Group creation: rank 0 opens a TCPStore on 127.0.0.1 with an OS-chosen port, then every rank joins concurrently
+Group creation: rank 0 opens a TCPStore with an OS-chosen port and reports its node address (127.0.0.1 on one
+machine, its node IP on a multi-node cluster: `weights.group.node_address`), then every rank joins concurrently
 (`init_process_group(store=...)`, backend auto = nccl on GPU, gloo on CPU); all waits carry `timeout_s`.
 """
 
@@ -27,6 +28,7 @@ from spear_ray.learner.core import LearnerCore, resolve_is_cap
 from spear_ray.learner.sharding import init_learner_group, resolve_backend
 from spear_ray.models.loading import AttnImplementation, Dtype
 from spear_ray.weights.endpoints import WeightSender
+from spear_ray.weights.group import node_address
 
 SUMMED = ("tokens", "clip_cov_detached", "clip_cov_candidates", "kl_cov_selected")
 
@@ -46,7 +48,7 @@ def reduce_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
 
 
 class LearnerWorker:
-    """One learner rank. Built in two calls: `rendezvous()` on rank 0, then `setup(port)` on every rank at once.
+    """One learner rank. Built in two calls: `rendezvous()` on rank 0, then `setup(host, port)` on every rank.
 
     Args:
         model_path: the model folder the learner starts from.
@@ -80,21 +82,22 @@ class LearnerWorker:
         self.core: LearnerCore | None = None
         self.sender: WeightSender | None = None
 
-    def rendezvous(self) -> int:
-        """Rank 0: open the learners' TCPStore on 127.0.0.1 (OS-chosen port); returns the port (0 for one rank)."""
+    def rendezvous(self) -> tuple[str, int]:
+        """Rank 0: open the learners' TCPStore (OS-chosen port, every interface); returns (this node's address, the
+        port), the port 0 for one rank."""
         if self.world_size == 1:
-            return 0
+            return node_address(), 0
         self._store = dist.TCPStore(
-            "127.0.0.1",
+            "127.0.0.1",  # the server listens on every interface; the address only matters to clients
             0,
             self.world_size,
             is_master=True,
             timeout=datetime.timedelta(seconds=self.timeout_s),
             wait_for_workers=False,
         )
-        return int(self._store.port)
+        return node_address(), int(self._store.port)
 
-    def setup(self, port: int) -> dict[str, Any]:
+    def setup(self, host: str, port: int) -> dict[str, Any]:
         """Join the learners' group (when world_size > 1) and build the core; returns {"pid", "rank", "device"}."""
         device = self._args["device"]
         if self.world_size > 1:
@@ -107,6 +110,7 @@ class LearnerWorker:
                 world_size=self.world_size,
                 timeout_s=self.timeout_s,
                 store=self._store,
+                host=host,
                 port=port,
             )
         self.core = LearnerCore(self.model_path, **self._args)
@@ -147,8 +151,9 @@ class LearnerWorker:
 
     # ------------------------------------------------------------------------------------------- weight sync
 
-    def weight_sync_open(self, world_size: int, timeout_s: float) -> int:
-        return self.sender.open(world_size=world_size, timeout_s=timeout_s)
+    def weight_sync_open(self, world_size: int, timeout_s: float) -> tuple[str, int]:
+        """Open the weight-sync rendezvous; returns (this node's address, the port) for the members to join."""
+        return node_address(), self.sender.open(world_size=world_size, timeout_s=timeout_s)
 
     def weight_sync_join(self, address) -> None:
         self.sender.join(address)
@@ -222,10 +227,11 @@ class LearnerGroup:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="learner-inproc")
         self._local: LearnerWorker | None = None
         self.workers: list[Any] = []
+        self.rendezvous: tuple[str, int] | None = None  # (rank 0's node address, store port) once the group formed
         if n == 0:
             device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
             self._local = LearnerWorker(model_path, core=core, rank=0, world_size=1, device=device, timeout_s=timeout_s)
-            self._local.setup(0)
+            self._local.setup("127.0.0.1", 0)
             return
         if not ray.is_initialized():
             raise RuntimeError(f"LearnerGroup(num_workers={n}) needs ray.init() first (num_workers=0 runs in-process)")
@@ -250,10 +256,11 @@ class LearnerGroup:
                 )
             )
         try:
-            (port,) = wait_all(
+            ((host, port),) = wait_all(
                 [(self.names[0], self.workers[0].rendezvous.remote())], timeout_s=timeout_s, what="start"
             )
-            wait_all(self._submit("setup", port), timeout_s=timeout_s, what="learner group setup")
+            self.rendezvous = (host, port)  # rank 0's node address: where the other ranks connect
+            wait_all(self._submit("setup", host, port), timeout_s=timeout_s, what="learner group setup")
         except MemberTimeout as e:
             note = self._resource_note(n, learner)
             self.close()

@@ -20,7 +20,7 @@ from actors.waiting import MemberError, MemberTimeout, probe, wait_all
 from spear_ray.config import WeightSyncConfig
 from spear_ray.weights.buckets import MIB, BucketPlan
 from spear_ray.weights.endpoints import WeightReceiver, receiver_for
-from spear_ray.weights.group import LOOPBACK, GroupAddress, WeightSyncError, resolve_backend
+from spear_ray.weights.group import GroupAddress, WeightSyncError, resolve_backend
 from spear_ray.weights.refit import probe_tokens, refit_report
 
 if TYPE_CHECKING:
@@ -73,7 +73,8 @@ class WeightSync:
         probe_timeout_s: how long a member may take to answer a liveness probe after a failure.
         grace_s: how much longer than the collective timeout a Ray call may take before it counts as hung (the
             collective should fail first, by itself).
-        host: the rendezvous address (loopback; a multi-node run passes learner rank 0's node IP).
+        host: the rendezvous address the members connect to; None = learner rank 0's node address (127.0.0.1 on one
+            machine, its node IP on a multi-node cluster).
     """
 
     def __init__(
@@ -87,7 +88,7 @@ class WeightSync:
         device: str = "cpu",
         probe_timeout_s: float = 5.0,
         grace_s: float = GRACE_S,
-        host: str = LOOPBACK,
+        host: str | None = None,
     ) -> None:
         if not generators:
             raise ValueError("WeightSync needs at least one generator")
@@ -174,13 +175,13 @@ class WeightSync:
             offsets.append(len(members))
             k = int(info["workers"])
             members += [name] if k == 1 else [f"{name}/worker-{j}" for j in range(k)]
-        (port,) = self._wait(
+        ((rank0_host, port),) = self._wait(
             [self.learner._submit_rank0("weight_sync_open", len(members), timeout)],
             what="weight-sync setup (open rendezvous)",
             timeout_s=timeout + self.grace_s,
         )
         address = GroupAddress(
-            host=self.host,
+            host=self.host or rank0_host,
             port=int(port),
             world_size=len(members),
             backend=self.backend,

@@ -118,12 +118,20 @@ class Meter:
 
 
 def init_learner_group(
-    *, backend: str, rank: int, world_size: int, timeout_s: float, store: dist.Store | None = None, port: int = 0
+    *,
+    backend: str,
+    rank: int,
+    world_size: int,
+    timeout_s: float,
+    store: dist.Store | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
 ) -> None:
-    """Join the learners' default torch.distributed group on 127.0.0.1 (rank 0 passes its server store)."""
+    """Join the learners' default torch.distributed group through rank 0's store at `host:port` (rank 0 passes its
+    server store; `host` is rank 0's node address, 127.0.0.1 on one machine)."""
     timeout = datetime.timedelta(seconds=timeout_s)
     if store is None:
-        store = dist.TCPStore("127.0.0.1", port, world_size, is_master=False, timeout=timeout)
+        store = dist.TCPStore(host, port, world_size, is_master=False, timeout=timeout)
     dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
 
 

@@ -2,9 +2,9 @@
 "Weight sync"). No Ray here; actors/weight_sync.py is the control plane.
 
 Parts: `buckets` (deterministic fixed-size flat bucket plan, pack, unpack, flat layout), `group` (the standalone
-gloo/NCCL group on a TCPStore at 127.0.0.1, timeouts, named errors), `sync` (bucket-by-bucket broadcast, double
-buffered), `flat_params` (parameters living in the bucket layout: zero-copy sending), `endpoints` (learner sender,
-in-process generator receiver), `refit` (learner vs generator log-probs on a fixed probe).
+gloo/NCCL group on rank 0's TCPStore, loopback on one node, timeouts, named errors), `sync` (bucket-by-bucket
+broadcast, double buffered), `flat_params` (parameters living in the bucket layout: zero-copy sending), `endpoints`
+(learner sender, in-process generator receiver), `refit` (learner vs generator log-probs on a fixed probe).
 """
 
 from spear_ray.weights.buckets import BucketPlan, TensorSpec, plan_buckets, specs_of

@@ -67,7 +67,7 @@ class WeightSender:
         return self.core.device if backend == "nccl" else "cpu"
 
     def open(self, *, world_size: int, timeout_s: float) -> int:
-        """Rank 0: open the rendezvous store on 127.0.0.1 with an OS-chosen port; returns the port."""
+        """Rank 0: open the rendezvous store (every interface, OS-chosen port); returns the port."""
         if self.core.rank != 0:
             raise ValueError(f"the weight-sync rendezvous is opened by learner rank 0, not rank {self.core.rank}")
         self.leave()

@@ -1,7 +1,8 @@
 """The dedicated weight-sync process group: learner rank 0 (rank 0) plus every generator worker (ranks 1..N).
 
 Standalone from any default torch.distributed group (the learners' DDP group, vLLM's own TP group): members meet
-through their own TCPStore that rank 0 opens on 127.0.0.1 with an OS-chosen port, under a per-creation prefix, and
+through their own TCPStore that rank 0 opens with an OS-chosen port (at `node_address()`: 127.0.0.1 on one node, rank
+0's node address on a multi-node Ray cluster), under a per-creation prefix, and
 build a gloo (CPU) or NCCL (GPU) process group object directly, so the group can be created, destroyed and
 re-created without touching global state. Every collective carries an explicit timeout; failures raise
 `WeightSyncError` naming the group, the rank and the member. The Ray control plane lives in actors/weight_sync.py.
@@ -60,6 +61,36 @@ def resolve_backend(backend: str, *, device: torch.device | str | None = None) -
     if backend == "gloo" and dev.type == "cuda":
         raise ValueError("weight-sync backend='gloo' cannot move CUDA tensors here (use 'nccl' or 'auto')")
     return backend
+
+
+def rendezvous_host(nodes: list[dict], node_id: str) -> str:
+    """Where the members of a group reach a store opened on node `node_id`: 127.0.0.1 when the Ray cluster has one
+    alive node (every member is on this machine), else that node's address as Ray knows it (`NodeManagerAddress`,
+    the address Ray's own inter-node traffic uses).
+
+    Args:
+        nodes: `ray.nodes()`.
+        node_id: the opening process's node (`ray.get_runtime_context().get_node_id()`).
+    """
+    alive = [n for n in nodes if n.get("Alive")]
+    if len(alive) <= 1:
+        return LOOPBACK
+    for n in alive:
+        if n.get("NodeID") == node_id:
+            return str(n["NodeManagerAddress"])
+    raise WeightSyncError(f"node {node_id} is not among the cluster's alive nodes; cannot name a rendezvous address")
+
+
+def node_address() -> str:
+    """The rendezvous address of a store this process opens (`rendezvous_host`): 127.0.0.1 outside Ray and on a
+    one-node Ray cluster, this node's address on a multi-node one. A store listens on every interface, so members
+    on other nodes connect to it there, and on one machine everything stays on loopback."""
+    import sys
+
+    ray = sys.modules.get("ray")  # never import Ray here: the library runs without it
+    if ray is None or not ray.is_initialized():
+        return LOOPBACK
+    return rendezvous_host(ray.nodes(), ray.get_runtime_context().get_node_id())
 
 
 def open_store(*, world_size: int, timeout_s: float, host: str = LOOPBACK) -> dist.TCPStore:
@@ -188,6 +219,8 @@ __all__ = [
     "WeightSyncError",
     "WeightSyncGroup",
     "join_group",
+    "node_address",
     "open_store",
+    "rendezvous_host",
     "resolve_backend",
 ]

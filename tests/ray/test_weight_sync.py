@@ -80,7 +80,9 @@ def test_two_learner_ranks_to_two_generators_then_a_killed_generator(ray_local, 
     try:
         sync = WeightSync(learner, gens, config=sync_config(), names=["generator-0", "generator-1"])
         address = sync.setup()
+        # the members connect to learner rank 0's node address: loopback on a one-node cluster
         assert address.world_size == 3 and address.host == "127.0.0.1"
+        assert learner.rendezvous[0] == "127.0.0.1" and learner.rendezvous[1] > 0
         assert address.members == ("learner-0", "generator-0", "generator-1")
         assert sync.plan.num_buckets > 10  # 1.7 MB of float32 in 50 KiB buckets, the embedding split across many
         batch = random_batch(8, vocab=VOCAB, pad_id=pad_id, seed=1)
