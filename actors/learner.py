@@ -86,7 +86,7 @@ class LearnerWorker:
         """Rank 0: open the learners' TCPStore (OS-chosen port, every interface); returns (this node's address, the
         port), the port 0 for one rank."""
         if self.world_size == 1:
-            return node_address(), 0
+            return "127.0.0.1", 0  # no other rank connects
         self._store = dist.TCPStore(
             "127.0.0.1",  # the server listens on every interface; the address only matters to clients
             0,

@@ -27,6 +27,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -50,8 +51,19 @@ from spear_ray.learner.sharding import (
 from spear_ray.models.loading import AttnImplementation, Dtype, load_model
 from spear_ray.weights.buckets import TensorSpec, specs_of
 
-# (this rank's shard or None, micro-batch plan, passes on every rank, one-row dummy, rows M of the mini-batch)
-MiniBatch = tuple[TrainBatch | None, list[list[int]], int, TrainBatch, int]
+# One micro-batch as rows of its batch: a slice (fixed size: views, no copy) or row positions (token budget).
+Micro = slice | list[int]
+
+
+@dataclass(frozen=True)
+class MiniBatch:
+    """One mini-batch as this rank runs it."""
+
+    shard: TrainBatch | None  # this rank's rows of it (None: the rank has none and only pads)
+    plan: list[Micro]  # the shard's micro-batches
+    passes: int  # forward/backward passes every rank runs (the busiest rank's micro-batch count)
+    dummy: TrainBatch  # a one-row batch for the zero-weighted padding passes
+    rows: int  # M, the mini-batch's rows over all ranks
 
 
 def resolve_is_cap(algo: AlgoConfig, *, max_staleness: int) -> float | None:
@@ -170,7 +182,7 @@ class LearnerCore:
     # --------------------------------------------------------------------------------------------- log-probs
 
     @torch.no_grad()
-    def _logprobs(self, batch: TrainBatch, *, plan: list[list[int]], passes: int, dummy: TrainBatch) -> torch.Tensor:
+    def _logprobs(self, batch: TrainBatch, *, plan: list[Micro], passes: int, dummy: TrainBatch) -> torch.Tensor:
         """(B, R) float32 CPU log-probs of `batch` (0 off the loss mask), micro-batch by micro-batch of `plan`
         (positions into `batch`), in `passes` >= len(plan) forward passes."""
         out = torch.zeros(batch.batch_size, batch.response_width, dtype=torch.float32)
@@ -181,23 +193,22 @@ class LearnerCore:
                 if j >= len(plan):  # keep FSDP's per-forward all-gathers aligned with the busiest rank
                     forward_response(self.module, dummy, temperature=self.temperature)
                     continue
-                index = torch.as_tensor(plan[j], dtype=torch.long)
-                micro = batch.select(index)
+                micro = batch.select(plan[j])
                 trimmed = micro.trim()
                 lp = forward_response(self.module, trimmed, temperature=self.temperature).logprobs.float().cpu()
                 w = trimmed.response_width
-                out[index, :w] = torch.where(micro.loss_mask[:, :w], lp, 0.0)
+                out[plan[j], :w] = torch.where(micro.loss_mask[:, :w], lp, 0.0)
         finally:
             self.model.train(was_training)
         return out
 
-    def _plan(self, lengths: tuple[torch.Tensor, torch.Tensor], rows: list[int]) -> list[list[int]]:
+    def _plan(self, lengths: tuple[torch.Tensor, torch.Tensor], rows: list[int]) -> list[Micro]:
         """The micro-batches of `rows` (indices into the batch `lengths` describes) as positions into `rows`:
-        consecutive chunks of learner.micro_batch_size, or token-budget packs (learner.max_tokens_per_micro_batch)."""
+        consecutive slices of learner.micro_batch_size, or token-budget packs (learner.max_tokens_per_micro_batch)."""
         budget = self.learner.max_tokens_per_micro_batch
         if budget is None:
             mbs = self.learner.micro_batch_size
-            return [list(range(s, min(s + mbs, len(rows)))) for s in range(0, len(rows), mbs)]
+            return [slice(s, min(s + mbs, len(rows))) for s in range(0, len(rows), mbs)]
         index = torch.as_tensor(rows, dtype=torch.long)
         return token_budget_micro_batches(lengths[0][index], lengths[1][index], max_tokens=budget)
 
@@ -310,31 +321,21 @@ class LearnerCore:
         return loss, metrics
 
     def _backward(
-        self,
-        shard: TrainBatch | None,
-        *,
-        plan: list[list[int]],
-        passes: int,
-        dummy: TrainBatch,
-        mini_rows: int,
-        replay: bool,
-        weight: float,
-        gen: torch.Generator,
-        norm_length: int,
-        meter: Meter,
+        self, mini: MiniBatch, *, replay: bool, weight: float, gen: torch.Generator, norm_length: int, meter: Meter
     ) -> None:
-        """Accumulate the gradient of one mini-batch (this rank's `shard` of its `mini_rows` rows, micro-batches
-        `plan`, in `passes` passes) into `.grad`."""
-        micros = [shard.select(pos).trim() for pos in plan] if shard is not None else []
+        """Accumulate the gradient of one mini-batch (this rank's shard, micro-batch by micro-batch, in the passes
+        every rank runs) into `.grad`."""
+        micros = [mini.shard.select(pos).trim() for pos in mini.plan] if mini.shard is not None else []
+        passes = mini.passes
         for j in range(passes):
             with self._grad_sync(j == passes - 1):
                 if j < len(micros):
                     loss, metrics = self._micro_loss(micros[j], replay=replay, gen=gen, norm_length=norm_length)
-                    scale = micro_loss_scale(micros[j].batch_size, mini_rows=mini_rows, world_size=self.world_size)
+                    scale = micro_loss_scale(micros[j].batch_size, mini_rows=mini.rows, world_size=self.world_size)
                     (loss * (scale * weight)).backward()
                     meter.add("sil" if replay else "loss", metrics)
                 else:  # an empty or short shard: a zero-weighted pass keeps the gradient collectives aligned
-                    lp = forward_response(self.module, dummy, temperature=self.temperature).logprobs
+                    lp = forward_response(self.module, mini.dummy, temperature=self.temperature).logprobs
                     (lp.sum() * 0.0).backward()
 
     def _optimizer_step(self, stats: dict[str, list[float]], *, replay: bool) -> None:
@@ -364,25 +365,13 @@ class LearnerCore:
         stats: dict[str, list[float]],
     ) -> None:
         """One optimizer step per mini-batch of `minis` (`_minibatches`), its loss times `weight`."""
-        for shard, plan, passes, dummy, m in minis:
+        for mini in minis:
             self.optimizer.zero_grad(set_to_none=True)
-            self._backward(
-                shard,
-                plan=plan,
-                passes=passes,
-                dummy=dummy,
-                mini_rows=m,
-                replay=replay,
-                weight=weight,
-                gen=gen,
-                norm_length=norm_length,
-                meter=meter,
-            )
+            self._backward(mini, replay=replay, weight=weight, gen=gen, norm_length=norm_length, meter=meter)
             self._optimizer_step(stats, replay=replay)
 
     def _minibatches(self, batch: TrainBatch, *, replay: bool) -> list[MiniBatch]:
-        """(this rank's shard or None, its micro-batch plan, the passes every rank runs, a one-row dummy, M) per
-        mini-batch; on-policy shards get pi_old (D6)."""
+        """This rank's part of every mini-batch; on-policy shards get pi_old (D6)."""
         lengths = row_lengths(batch.attention_mask, batch.prompt_width)
         ranks = [self._local_rows(batch.batch_size, rank=r) for r in range(self.world_size)]
         rows, parts = ranks[self.rank]
@@ -398,12 +387,12 @@ class LearnerCore:
         for k, (a, b, m, first) in enumerate(parts):
             shares = [r_rows[r_parts[k][0] : r_parts[k][1]] for r_rows, r_parts in ranks]
             out.append(
-                (
-                    local.select(slice(a, b)) if b > a else None,
-                    self._plan(lengths, rows[a:b]),
-                    self._passes(lengths, shares),
-                    batch.select([first]).trim(),
-                    m,
+                MiniBatch(
+                    shard=local.select(slice(a, b)) if b > a else None,
+                    plan=self._plan(lengths, rows[a:b]),
+                    passes=self._passes(lengths, shares),
+                    dummy=batch.select([first]).trim(),
+                    rows=m,
                 )
             )
         return out
@@ -428,19 +417,8 @@ class LearnerCore:
         gen = torch.Generator().manual_seed(step_seed(self.seed, rank=self.rank, step=step))
         norm_length = self.algo.loss_norm_length or batch.response_width
         self.optimizer.zero_grad(set_to_none=True)
-        for shard, plan, passes, dummy, m in self._minibatches(batch, replay=replay):
-            self._backward(
-                shard,
-                plan=plan,
-                passes=passes,
-                dummy=dummy,
-                mini_rows=m,
-                replay=replay,
-                weight=weight,
-                gen=gen,
-                norm_length=norm_length,
-                meter=Meter(),
-            )
+        for mini in self._minibatches(batch, replay=replay):
+            self._backward(mini, replay=replay, weight=weight, gen=gen, norm_length=norm_length, meter=Meter())
         out = {}
         for name, p in self.model.named_parameters():
             g = p.grad
