@@ -458,11 +458,17 @@ class Config(_Section):
 
         return envs.get_class(self.env.name).granularity
 
+    def response_limit(self) -> tuple[str, int]:
+        """The longest response block one sample can have, and the field that sets it: rollout.max_new_tokens at step
+        granularity (one response), rollout.max_response_tokens at trajectory granularity (the whole block)."""
+        if self.resolved_granularity() == "step":
+            return "rollout.max_new_tokens", self.rollout.max_new_tokens
+        return "rollout.max_response_tokens", self.rollout.max_response_tokens
+
     def loss_norm_length(self) -> int:
         if self.algo.loss_norm_length is not None:
             return self.algo.loss_norm_length
-        step = self.resolved_granularity() == "step"
-        return self.rollout.max_new_tokens if step else self.rollout.max_response_tokens
+        return self.response_limit()[1]
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
@@ -534,15 +540,13 @@ def _check(cfg: Config) -> None:
             )
     budget = learner.max_tokens_per_micro_batch
     if budget is not None:
-        r = cfg.rollout
-        longest = r.max_prompt_tokens + (r.max_new_tokens if gran == "step" else r.max_response_tokens)
+        field, response = cfg.response_limit()
+        longest = cfg.rollout.max_prompt_tokens + response
         if budget < longest:
             _fail(
                 "learner.max_tokens_per_micro_batch",
                 budget,
-                f"is below the longest possible sample, {longest} tokens (rollout.max_prompt_tokens + "
-                + ("rollout.max_new_tokens" if gran == "step" else "rollout.max_response_tokens")
-                + ")",
+                f"is below the longest possible sample, {longest} tokens (rollout.max_prompt_tokens + {field})",
                 f"raise it to >= {longest}",
             )
     if cfg.algo.adv_estimator == "gigpo" and gran != "step":

@@ -249,7 +249,7 @@ class Trainer:
                 algo=cfg.algo,
                 step=step,
                 generator=gen,
-                max_response_len=_overlong_limit(cfg, self.granularity),
+                max_response_len=cfg.response_limit()[1],
             )
             batch = collate(prepared.samples, pad_token_id=self.pad_id)
         metrics.update(prepared.metrics)
@@ -394,10 +394,6 @@ def rollout_metrics(
     out["rollout/staleness_max"] = float(max(stale, default=0))
     out["rollout/staleness_mean"] = float(np.mean(stale)) if stale else 0.0
     return out, stale
-
-
-def _overlong_limit(cfg: Config, granularity: str) -> int:
-    return cfg.rollout.max_new_tokens if granularity == "step" else cfg.rollout.max_response_tokens
 
 
 def _env_default_turns(cfg: Config) -> int:
