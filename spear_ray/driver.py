@@ -155,7 +155,6 @@ class Trainer:
         self.run_dir = run_dir
         self.codec = codec
         self.pad_id = codec.tokenizer.pad_token_id if codec.tokenizer.pad_token_id is not None else codec.eos_id
-        self.granularity = cfg.resolved_granularity()
         self.gens = GeneratorPool(system.generators, system.generator_names)
         self.envs = EnvPool(system.env_workers, cfg.env.envs_per_worker)
         shared = system.eval_env_workers is system.env_workers
